@@ -74,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
 def _print_claims(claims_file: Path) -> None:
     if not claims_file.is_file():
         return
-    claims = json.loads(claims_file.read_text())
-    width = max((len(claim["claim"]) for claim in claims), default=10)
-    for claim in claims:
-        interval = f"[{claim['ci_low']:+.2f}, {claim['ci_high']:+.2f}]"
-        sys.stdout.write(
-            f"{claim['claim']:<{width}}  rho={claim['value']:+.2f} {interval}  {claim['verdict']}\n"
-        )
+    verdicts = json.loads(claims_file.read_text()).get("verdicts", [])
+    width = max((len(verdict["claim"]) for verdict in verdicts), default=10)
+    for verdict in verdicts:
+        value = verdict["value"]
+        rho = "n/a" if value is None else f"{value:+.2f}"
+        if verdict["ci_low"] is None or verdict["ci_high"] is None:
+            interval = ""
+        else:
+            interval = f" [{verdict['ci_low']:+.2f}, {verdict['ci_high']:+.2f}]"
+        sys.stdout.write(f"{verdict['claim']:<{width}}  rho={rho}{interval}  {verdict['verdict']}\n")

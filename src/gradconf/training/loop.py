@@ -207,7 +207,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(epoch_index + 1, step, float(loss))
+                raise TrainingDiverged(epoch_index + 1, step, loss.item())
             loss.backward()
             optimizer.step()
         finish_epoch(epoch_index + 1, lr)
