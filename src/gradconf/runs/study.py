@@ -11,8 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from gradconf.config import (
     TrainConfig,
     config_from_dict,
 )
-from gradconf.runs.io import write_json_atomic, write_text_atomic
-from gradconf.runs.run import RunOutcome, execute_run
+from gradconf.runs.io import write_json_atomic
+from gradconf.runs.plan import PlannedRun, StudyOutcome, execute_plan
 
 __all__ = ["PlannedRun", "StudySpec", "StudyOutcome", "plan_study", "run_study"]
 
@@ -91,25 +90,6 @@ class StudySpec:
         )
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run of a study: its id, its labels for the report, and its config."""
-
-    run_id: str
-    labels: dict[str, Any]
-    config: RunConfig
-
-
-@dataclass(frozen=True)
-class StudyOutcome:
-    """Counts of what a study invocation did, and the runs that failed with their errors."""
-
-    completed: int
-    skipped: int
-    diverged: int
-    failed: dict[str, str] = field(default_factory=dict)
-
-
 def plan_study(spec: StudySpec) -> list[PlannedRun]:
     """Expand a spec into runs: the width sweep, then the depth sweep, each over all seeds."""
     base = spec.base_config()
@@ -172,35 +152,8 @@ def load_spec(out_dir: Path) -> StudySpec:
 def run_study(
     spec: StudySpec, out_dir: str | Path, *, progress: bool = True
 ) -> StudyOutcome:
-    """Run (or resume) every planned run of ``spec`` into ``out_dir``.
-
-    A run that raises is recorded in ``runs/.<run_id>.error.txt`` with its traceback and the
-    study goes on; the report lists it as incomplete.
-    """
+    """Run (or resume) every planned run of ``spec`` into ``out_dir`` (see ``execute_plan``)."""
     out_dir = Path(out_dir)
     planned = plan_study(spec)
     _prepare_directory(out_dir, spec, planned)
-    counts = {"completed": 0, "skipped": 0, "diverged": 0}
-    failed: dict[str, str] = {}
-    iterator: Any = planned
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(planned, desc="runs", unit="run")
-    for run in iterator:
-        if progress:
-            iterator.set_postfix_str(run.run_id)
-        error_file = out_dir / "runs" / f".{run.run_id}.error.txt"
-        try:
-            outcome: RunOutcome = execute_run(run.config, out_dir / "runs" / run.run_id,
-                                              labels=run.labels)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:  # noqa: BLE001 - one failed run must not stop the study
-            logger.error("run %s failed: %s", run.run_id, error)
-            write_text_atomic(error_file, traceback.format_exc())
-            failed[run.run_id] = f"{type(error).__name__}: {error}"
-            continue
-        error_file.unlink(missing_ok=True)
-        counts[outcome.status] += 1
-    return StudyOutcome(failed=failed, **counts)
+    return execute_plan(planned, out_dir, progress=progress)
