@@ -107,7 +107,7 @@ class DataConfig:
     test_fraction: float = 0.2
     # Keep only the first N training examples after shuffling (None keeps all).
     max_train: int | None = None
-    # Synthetic sphere data: examples, input dimension, teacher hidden width.
+    # Synthetic sphere data: number of examples and input dimension.
     num_examples: int = 512
     input_dim: int = 10
     augment: bool = False
@@ -122,6 +122,7 @@ class DataConfig:
         if self.max_train is not None:
             _check_min("data", "max_train", self.max_train, 2)
         _check_min("data", "num_examples", self.num_examples, 2)
+        _check_min("data", "split_seed", self.split_seed, 0)
         _check_min("data", "input_dim", self.input_dim, 1)
 
 
