@@ -1,4 +1,8 @@
 import pytest
+import torch
+
+# The test models are tiny; one thread avoids oversubscribing a shared 2-core machine.
+torch.set_num_threads(1)
 
 from gradconf.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainConfig
 

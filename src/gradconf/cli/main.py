@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gradconf import __version__
-from gradconf.cli import measure, report, study
+from gradconf.cli import measure, report, reproduce, study, sweep
 
 __all__ = ["main"]
 
@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "study": (study, "run the width/depth study on real data and write its report"),
     "measure": (measure, "measure gradient confusion of one model at initialization"),
     "report": (report, "rebuild the report of a study directory"),
+    "reproduce": (reproduce, "run the paper's reproduction experiments and their claims report"),
+    "sweep": (sweep, "run or resume a sweep file, locally or on a Ray cluster"),
+    "status": (sweep.StatusCommand, "show the done, failed and pending runs of a sweep"),
 }
 
 # Errors that mean bad input: shown as one line, not as a traceback.
@@ -32,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gradconf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="intra-op CPU threads per process (default: %(default)s; gradconf's models are "
+        "small, and more threads than free cores slow every operation down)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -50,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, received {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

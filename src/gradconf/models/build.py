@@ -95,7 +95,7 @@ def build_model(
         )
 
     initialize(model, config.init, config.kappa, config.activation)
-    logger.info(
+    logger.debug(
         "built %s for input shape %s with %d parameters (init=%s)",
         model.name,
         shape,

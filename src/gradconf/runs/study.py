@@ -55,7 +55,7 @@ class StudySpec:
     activation: str = "relu"
     init: str = "he"
     # Confusion is measured after every ``measure_every``-th epoch, at 0 and at the last.
-    measure_every: int = 2
+    measure_every: int = 4
     num_pairs: int = 100
     device: str = "auto"
 
