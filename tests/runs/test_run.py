@@ -75,3 +75,34 @@ def test_run_diverged_is_recorded(tmp_path, tiny_run_config):
     assert outcome.status == "diverged"
     complete = json.loads((tmp_path / "run" / "complete.json").read_text())
     assert "diverged" in complete["error"]
+
+
+def test_run_resumes_from_checkpoint(tmp_path, tiny_run_config, monkeypatch):
+    import gradconf.runs.run as run_module
+
+    config = tiny_run_config.replace(**{"train.epochs": 3})
+    execute_run(config, tmp_path / "uninterrupted")
+
+    save = run_module._save_checkpoint
+
+    def save_then_crash(folder, state):
+        save(folder, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(config, tmp_path / "resumed")
+    assert run_state(tmp_path / "resumed") == "incomplete"
+    monkeypatch.setattr(run_module, "_save_checkpoint", save)
+    execute_run(config, tmp_path / "resumed")
+
+    manifest = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    assert manifest["resumed_after_epoch"] == 2
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+    for name in ("metrics.parquet", "confusion.parquet", "layers.parquet", "cosines.parquet"):
+        expected = pd.read_parquet(tmp_path / "uninterrupted" / name)
+        actual = pd.read_parquet(tmp_path / "resumed" / name)
+        expected = expected.drop(columns=["wall_seconds"], errors="ignore")
+        actual = actual.drop(columns=["wall_seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(actual, expected)

@@ -13,6 +13,10 @@ Files of a complete run directory:
 - ``layers.parquet``: per-parameter cosine summary per measurement
 - ``cosines.parquet``: the pairwise cosine samples of every measurement
 - ``complete.json``: status ("completed" or "diverged") and the config digest
+
+While a run is built, ``checkpoint.pt`` in the partial folder holds the training state after
+the last finished epoch; an interrupted run resumes from it and reproduces the
+uninterrupted run exactly on the same device. It is removed when the run completes.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +43,14 @@ import gradconf
 from gradconf.config import DataConfig, RunConfig, config_from_dict
 from gradconf.measure import Measurement
 from gradconf.runs.io import write_json_atomic, write_parquet_atomic
-from gradconf.training import EpochMetrics, TrainingDiverged, loss_function, train
+from gradconf.training import EpochMetrics, TrainingDiverged, TrainState, loss_function, train
 
 __all__ = ["RunOutcome", "execute_run", "load_run_config", "resolve_device", "run_state"]
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_FILE = "complete.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,33 @@ def _check_existing(run_dir: Path, config: RunConfig) -> bool:
     return True
 
 
+def _save_checkpoint(folder: Path, state: TrainState) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=folder)
+    os.close(descriptor)
+    try:
+        torch.save(dataclasses.asdict(state), temporary)
+        os.replace(temporary, folder / CHECKPOINT_FILE)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(folder: Path, config: RunConfig) -> TrainState | None:
+    """Return the checkpoint of an interrupted build of this config, or None."""
+    checkpoint = folder / CHECKPOINT_FILE
+    if not checkpoint.is_file() or not (folder / "config.json").is_file():
+        return None
+    try:
+        saved = config_from_dict(RunConfig, json.loads((folder / "config.json").read_text()))
+        if saved.digest() != config.digest():
+            return None
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        return TrainState(**state)
+    except (OSError, ValueError, RuntimeError, TypeError, EOFError) as error:
+        logger.warning("ignoring the unreadable checkpoint %s: %s", checkpoint, error)
+        return None
+
+
 class _RunRecorder:
     """Collect epoch metrics and measurements and rewrite the Parquet files as they grow."""
 
@@ -139,6 +173,20 @@ class _RunRecorder:
         self.confusion: list[dict[str, Any]] = []
         self.layers: list[dict[str, Any]] = []
         self.cosines: list[pd.DataFrame] = []
+
+    def restore(self, epoch: int) -> None:
+        """Reload the rows written for epochs up to ``epoch`` by an interrupted build."""
+
+        def rows(name: str) -> pd.DataFrame:
+            path = self.folder / name
+            frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame({"epoch": []})
+            return frame[frame["epoch"] <= epoch] if len(frame) else frame
+
+        self.epochs = rows("metrics.parquet").to_dict("records")
+        self.confusion = rows("confusion.parquet").to_dict("records")
+        self.layers = rows("layers.parquet").to_dict("records")
+        cosines = rows("cosines.parquet")
+        self.cosines = [cosines] if len(cosines) else []
 
     def on_epoch(self, metrics: EpochMetrics) -> None:
         self.epochs.append(dataclasses.asdict(metrics))
@@ -194,16 +242,18 @@ def execute_run(
             "written by gradconf's run builder. Move it away and rerun."
         )
     partial = _partial_dir(run_dir)
-    if partial.exists():
-        logger.info("removing the incomplete run %s left by an interrupted run", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-
     device = resolve_device(config.device)
+    resume_from = _load_checkpoint(partial, config)
+    if resume_from is None:
+        if partial.exists():
+            logger.info("removing the incomplete run %s left by an interrupted run", partial)
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
     labels = dict(labels or {})
     manifest = _manifest(config, device, labels)
-    started = dt.datetime.now(dt.timezone.utc)
-    manifest["started_at"] = started.isoformat()
+    manifest["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    if resume_from is not None:
+        manifest["resumed_after_epoch"] = resume_from.epoch
     write_json_atomic(partial / "config.json", config.to_dict())
     write_json_atomic(partial / "manifest.json", manifest)
 
@@ -216,19 +266,24 @@ def execute_run(
             f"(received {config.train.loss!r})."
         )
     recorder = _RunRecorder(partial, config.measure.max_cosines)
+    if resume_from is not None:
+        recorder.restore(resume_from.epoch)
     clock = time.perf_counter()
     status = "completed"
     error = None
     try:
         train(model, dataset, config.train, config.measure, seed=config.seed,
-              on_epoch=recorder.on_epoch, on_measure=recorder.on_measure, progress=progress)
+              on_epoch=recorder.on_epoch, on_measure=recorder.on_measure,
+              on_checkpoint=lambda state: _save_checkpoint(partial, state),
+              resume_from=resume_from, progress=progress)
     except TrainingDiverged as diverged:
         status = "diverged"
         error = str(diverged)
         logger.warning("run %s: %s", run_dir.name, diverged)
     if not recorder.confusion:
         recorder.flush_measurements()
-    wall_seconds = time.perf_counter() - clock
+    wall_seconds = time.perf_counter() - clock + (resume_from.wall_seconds if resume_from else 0.0)
+    (partial / CHECKPOINT_FILE).unlink(missing_ok=True)
     manifest["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     manifest["wall_seconds"] = wall_seconds
     manifest["status"] = status

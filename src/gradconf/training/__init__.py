@@ -2,6 +2,7 @@
 
 from gradconf.training.loop import (
     EpochMetrics,
+    TrainState,
     TrainingDiverged,
     evaluate,
     learning_rate_at,
@@ -11,6 +12,7 @@ from gradconf.training.loop import (
 
 __all__ = [
     "EpochMetrics",
+    "TrainState",
     "TrainingDiverged",
     "evaluate",
     "learning_rate_at",

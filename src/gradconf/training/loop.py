@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from gradconf.measure import Measurement, measure_confusion
 
 __all__ = [
     "EpochMetrics",
+    "TrainState",
     "TrainingDiverged",
     "evaluate",
     "learning_rate_at",
@@ -64,6 +66,22 @@ class EpochMetrics:
     train_accuracy: float
     test_loss: float
     test_accuracy: float
+    wall_seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training after ``epoch`` completed epochs.
+
+    Restoring it reproduces the uninterrupted run exactly on the same device: weights,
+    optimizer buffers and every random generator are saved.
+    """
+
+    epoch: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    generators: dict[str, torch.Tensor]
+    global_rng: torch.Tensor
     wall_seconds: float
 
 
@@ -132,13 +150,17 @@ def train(
     seed: int,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_measure: Callable[[int, Measurement], None] | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    resume_from: TrainState | None = None,
     progress: bool = False,
-) -> list[EpochMetrics]:
+) -> None:
     """Train ``model`` on ``dataset`` with SGD and measure confusion on the training set.
 
     ``dataset`` is a ``gradconf.data.Dataset``. ``on_epoch`` receives each epoch's metrics
     (epoch 0 first) and ``on_measure`` each measurement, as soon as they exist, so a caller
-    can write them out incrementally. Raises ``TrainingDiverged`` on a non-finite loss.
+    can write them out incrementally; ``on_checkpoint`` receives the state after each
+    epoch's callbacks. ``resume_from`` continues from such a state, skipping the epochs it
+    covers. Raises ``TrainingDiverged`` on a non-finite loss.
     """
     device = next(model.parameters()).device
     loss_fn = loss_function(config.loss)
@@ -157,8 +179,32 @@ def train(
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    start_time = time.perf_counter()
-    history: list[EpochMetrics] = []
+    generators = {"shuffle": shuffle_generator, "measure": measure_generator,
+                  "augment": augment_generator}
+    first_epoch = 0
+    elapsed_before = 0.0
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model)
+        optimizer.load_state_dict(resume_from.optimizer)
+        for name, generator in generators.items():
+            generator.set_state(resume_from.generators[name])
+        torch.set_rng_state(resume_from.global_rng)
+        first_epoch = resume_from.epoch
+        elapsed_before = resume_from.wall_seconds
+        logger.info("resuming training after epoch %d", first_epoch)
+    start_time = time.perf_counter() - elapsed_before
+
+    def checkpoint(epoch: int) -> None:
+        if on_checkpoint is None:
+            return
+        on_checkpoint(TrainState(
+            epoch=epoch,
+            model={key: value.detach().clone() for key, value in model.state_dict().items()},
+            optimizer=optimizer.state_dict(),
+            generators={name: generator.get_state() for name, generator in generators.items()},
+            global_rng=torch.get_rng_state(),
+            wall_seconds=time.perf_counter() - start_time,
+        ))
 
     def finish_epoch(epoch: int, lr: float) -> None:
         train_loss, train_accuracy = evaluate(model, loss_fn, train_inputs, train_targets)
@@ -172,7 +218,6 @@ def train(
             test_accuracy=test_accuracy,
             wall_seconds=time.perf_counter() - start_time,
         )
-        history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
         if epoch in measure_epochs:
@@ -183,10 +228,12 @@ def train(
             if on_measure is not None:
                 on_measure(epoch, measurement)
         logger.debug("epoch %d: train loss %.4f, test accuracy %.4f", epoch, train_loss, test_accuracy)
+        checkpoint(epoch)
 
     model.train()
-    finish_epoch(0, learning_rate_at(config, 0))
-    epochs = range(config.epochs)
+    if resume_from is None:
+        finish_epoch(0, learning_rate_at(config, 0))
+    epochs = range(first_epoch, config.epochs)
     if progress:
         from tqdm.auto import tqdm
 
@@ -211,4 +258,3 @@ def train(
             loss.backward()
             optimizer.step()
         finish_epoch(epoch_index + 1, lr)
-    return history
