@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """Invalid configuration value or key; the message says what is allowed."""
+    """Invalid configuration value or key; the message lists what is allowed."""
 
 
 ACTIVATIONS = ("relu", "tanh", "identity")
@@ -175,7 +175,7 @@ class TrainConfig:
 class MeasureConfig:
     """How gradients are sampled and paired for a confusion measurement.
 
-    ``granularity="minibatch"`` follows the paper's protocol: each gradient is the mean-loss
+    ``granularity="minibatch"`` follows the protocol of Sankararaman et al. (ICML 2020): each gradient is the mean-loss
     gradient of a random mini-batch of ``batch_size`` examples. ``"example"`` uses
     per-example gradients (the definition of the confusion bound). ``pairing="disjoint"``
     draws ``num_pairs`` independent pairs; ``"all"`` takes all pairs among

@@ -39,7 +39,7 @@ def test_cli_study_rejects_other_study(tmp_path, capsys):
     changed = [*TINY_STUDY]
     changed[changed.index("--epochs") + 1] = "3"
     assert main(["study", "--out", str(out), "--no-report", *changed]) == 2
-    assert "holds another study" in capsys.readouterr().err
+    assert "contains another study" in capsys.readouterr().err
 
 
 def test_cli_study_rejects_bad_width(tmp_path, capsys):

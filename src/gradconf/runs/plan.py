@@ -1,6 +1,6 @@
 """Execute a list of planned runs into one directory, skipping completed ones.
 
-``OUT/runs/<run_id>`` holds each run (see ``gradconf.runs.run``). A run that raises is
+``OUT/runs/<run_id>`` contains each run (see ``gradconf.runs.run``). A run that raises is
 recorded in ``OUT/runs/.<run_id>.error.txt`` with its traceback and the others go on.
 """
 

@@ -1,7 +1,7 @@
 """One run, one directory: resolved config, manifest, metrics and confusion in Parquet.
 
 A run is built in a hidden sibling folder ``.<name>.partial`` and renamed into place when it
-is complete, so a killed run never looks complete; ``complete.json`` is the last file written.
+is complete, so a killed run never looks complete. ``complete.json`` is the last file written.
 Rerunning skips a complete run whose config matches and redoes an incomplete one.
 
 Files of a complete run directory:
@@ -55,7 +55,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What happened to one run: "completed", "diverged" or "skipped" (already complete)."""
+    """Outcome of one run: "completed", "diverged" or "skipped" (already complete)."""
 
     run_dir: Path
     status: str
@@ -123,13 +123,13 @@ def _manifest(config: RunConfig, device: torch.device, labels: dict[str, Any]) -
 
 
 def _check_existing(run_dir: Path, config: RunConfig) -> bool:
-    """Return True when ``run_dir`` holds this config's completed run; raise if another's."""
+    """Return True when ``run_dir`` holds this config's completed run; raise if it contains another config's run."""
     if not (run_dir / COMPLETE_FILE).is_file():
         return False
     existing = json.loads((run_dir / COMPLETE_FILE).read_text())
     if existing.get("config_digest") != config.digest():
         raise FileExistsError(
-            f"{run_dir} holds a completed run of a different configuration (digest "
+            f"{run_dir} contains a completed run of a different configuration (digest "
             f"{existing.get('config_digest')}, requested {config.digest()}). Choose another "
             "output directory or remove that run."
         )
@@ -238,7 +238,7 @@ def execute_run(
         return RunOutcome(run_dir, "skipped", 0.0)
     if run_dir.exists():
         raise FileExistsError(
-            f"{run_dir} exists but holds no completed run (no {COMPLETE_FILE}); it was not "
+            f"{run_dir} exists but contains no completed run (no {COMPLETE_FILE}); it was not "
             "written by gradconf's run builder. Move it away and rerun."
         )
     partial = _partial_dir(run_dir)

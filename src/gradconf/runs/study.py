@@ -1,7 +1,7 @@
 """The width/depth study: MLPs of several widths and depths, several seeds, one directory.
 
 ``STUDY/study.json`` lists the planned runs; each run lives in ``STUDY/runs/<run_id>``.
-Rerunning the same study skips completed runs and redoes the rest; a directory that holds a
+Rerunning the same study skips completed runs and redoes the rest; a directory that contains a
 different study is rejected.
 """
 
@@ -123,7 +123,7 @@ def _prepare_directory(out_dir: Path, spec: StudySpec, planned: list[PlannedRun]
                 if settings.get(key) != existing.get("settings", {}).get(key)
             )
             raise FileExistsError(
-                f"{out_dir} holds another study (kind {existing.get('kind')!r}; settings that "
+                f"{out_dir} contains another study (kind {existing.get('kind')!r}; settings that "
                 f"differ: {', '.join(changed) or 'none'}). Use a new --out directory, or rerun "
                 "with the same settings to resume that study."
             )
@@ -131,7 +131,7 @@ def _prepare_directory(out_dir: Path, spec: StudySpec, planned: list[PlannedRun]
         return
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(
-            f"{out_dir} is not empty and holds no {STUDY_FILE}; gradconf will not write a study "
+            f"{out_dir} is not empty and contains no {STUDY_FILE}; gradconf will not write a study "
             "into a folder with other files. Use a new --out directory."
         )
     runs = [{"run_id": run.run_id, "dir": f"runs/{run.run_id}", **run.labels} for run in planned]

@@ -1,4 +1,4 @@
-"""Training under the paper's protocol, with confusion measured along the way."""
+"""Training under the protocol of Sankararaman et al. (ICML 2020), with confusion measured along the way."""
 
 from gradconf.training.loop import (
     EpochMetrics,
