@@ -1,4 +1,4 @@
-"""``gradconf sweep FILE``: run a sweep file; ``gradconf status DIR``: show where it stands."""
+"""``gradconf sweep FILE`` runs a sweep file; ``gradconf status DIR`` shows its progress."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ray executor: GPUs reserved per run, fractions allowed "
                              "(default: 0, runs on CPU)")
     parser.add_argument("--continue", dest="continue_other", action="store_true",
-                        help="add this sweep's runs to a directory that holds another sweep")
+                        help="add this sweep's runs to a directory that contains another sweep")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the run ids and their count, run nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                          f"({', '.join(shipped_sweeps())}).")
     spec = load_sweep(args.file)
     out_dir = args.out or Path("results") / re.sub(r"[^A-Za-z0-9._-]", "_", spec.name)
+
     if args.dry_run:
         _print_plan(expand(spec), out_dir)
         return 0
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, ConnectionError) as error:
         sys.stderr.write(f"gradconf sweep: error: {error}\n")
         return 2
+
     logger.info("runs completed: %d, skipped (already complete): %d, diverged: %d, failed: %d",
                 outcome.completed, outcome.skipped, outcome.diverged, len(outcome.failed))
     for run_id, error in outcome.failed.items():
