@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[vision,test,ray]'
+	$(BIN)/pip install --quiet -e '.[vision,test,ray,lightning,tensorboard]'
 	touch $@
 
 demo: $(BIN)/.installed

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gradconf import __version__
-from gradconf.cli import measure, report, reproduce, study, sweep
+from gradconf.cli import measure, plot, report, reproduce, study, sweep
 
 __all__ = ["main"]
 
@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "reproduce": (reproduce, "run the paper's reproduction experiments and their claims report"),
     "sweep": (sweep, "run or resume a sweep file, locally or on a Ray cluster"),
     "status": (sweep.StatusCommand, "show the done, failed and pending runs of a sweep"),
-    "plot": (__import__("gradconf.cli.plot", fromlist=["run"]), "draw loss and gradient confusion of a monitor record"),
+    "plot": (plot, "draw loss and gradient confusion of a monitor record"),
 }
 
 # Errors that mean bad input: shown as one line, not as a traceback.
