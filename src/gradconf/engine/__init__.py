@@ -12,16 +12,26 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from gradconf.engine.capture import CapturedBatch, GramCapture
+from gradconf.engine.cheap import CheapStats, cheap_stats, cheap_stats_from_gram
+from gradconf.engine.ghost import ghost_gram
 from gradconf.engine.minibatch import minibatch_gram
 from gradconf.engine.reference import EngineCheck, check_engine, loop_gram, reference_gram
 from gradconf.engine.result import Coverage, GramResult
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "ENGINES",
+    "CapturedBatch",
+    "CheapStats",
     "Coverage",
     "EngineCheck",
+    "GramCapture",
     "GramResult",
+    "cheap_stats",
+    "cheap_stats_from_gram",
     "check_engine",
+    "ghost_gram",
     "loop_gram",
     "minibatch_gram",
     "per_example_gram",
@@ -32,9 +42,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Engine name -> function with the signature of ``loop_gram``.
 ENGINES: dict[str, Callable[..., GramResult]] = {
+    "ghost": ghost_gram,
     "loop": loop_gram,
 }
-DEFAULT_ENGINE = "loop"
+# One forward and backward per batch; "loop" stays available as the slow oracle.
+DEFAULT_ENGINE = "ghost"
 
 
 def per_example_gram(
