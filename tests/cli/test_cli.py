@@ -14,7 +14,7 @@ def test_cli_study_end_to_end(tmp_path, capsys):
     assert main(["study", "--out", str(out), *TINY_STUDY]) == 0
     printed = capsys.readouterr().out
     assert "Report:" in printed
-    assert "Wider networks have lower gradient confusion" in printed
+    assert "Wider networks have lower gradient confusion after training" in printed
     assert (out / "report" / "index.html").is_file()
     runs = sorted(path.name for path in (out / "runs").iterdir() if not path.name.startswith("."))
     assert len(runs) == 12

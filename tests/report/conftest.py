@@ -59,10 +59,11 @@ def _run_frames(
     )
 
     final_min = -0.6 + 0.4 * goodness + 0.005 * rng.normal()
+    initial_min = -0.5 + 0.1 * goodness + 0.005 * rng.normal()
     confusion_rows, layer_rows, cosine_frames = [], [], []
     for epoch in epoch_index:
-        # The minimum cosine moves linearly from -0.5 at initialization to its final value.
-        min_cosine = -0.5 + (final_min + 0.5) * epoch / max(epochs, 1)
+        # The minimum cosine moves linearly from its initial to its final value.
+        min_cosine = initial_min + (final_min - initial_min) * epoch / max(epochs, 1)
         spread = 0.8 * rng.beta(2, 2, COSINES_PER_MEASUREMENT - 1)
         samples = np.concatenate([[min_cosine], min_cosine + spread])
         confusion_rows.append(

@@ -42,11 +42,11 @@ def test_report_html_embeds_figures_and_claims(paper_report):
 
     assert page.count('<img src="data:image/png;base64,') == len(FIGURE_NAMES)
     assert not re.search(r'(src|href)="https?:', page)
-    for claim in ("Wider networks have lower gradient confusion",
+    for claim in ("Wider networks have lower gradient confusion after training",
                   "Deeper networks have higher gradient confusion",
                   "Wider networks train faster", "Deeper networks train slower"):
         assert claim in page
-    assert page.count('">supported</span>') == 4
+    assert page.count('">supported</span>') == 6
     assert "digits" in page
     assert "Total wall time" in page
 
@@ -71,7 +71,7 @@ def test_report_claims_json_holds_verdicts(paper_report):
 
     assert claims["kind"] == "width-depth"
     assert "bootstrap" in claims["rule"]
-    assert [v["verdict"] for v in claims["verdicts"]] == ["supported"] * 4
+    assert [v["verdict"] for v in claims["verdicts"]] == ["supported"] * 6
     width_confusion = claims["verdicts"][0]
     assert width_confusion["experiment"] == "width"
     assert width_confusion["expected_sign"] == 1
@@ -86,8 +86,8 @@ def test_report_verdicts_change_with_data(shared_study, tmp_path):
 
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert index == tmp_path / "out" / "index.html"
-    assert [v["verdict"] for v in claims["verdicts"]] == ["not supported"] * 4
-    assert index.read_text(encoding="utf-8").count('">not supported</span>') == 4
+    assert [v["verdict"] for v in claims["verdicts"]] == ["not supported"] * 6
+    assert index.read_text(encoding="utf-8").count('">not supported</span>') == 6
     assert not (root / "report").exists()
 
 
@@ -100,7 +100,7 @@ def test_report_without_complete_runs(study_factory):
 
     page = index.read_text(encoding="utf-8")
     claims = json.loads((root / "report" / "claims.json").read_text())
-    assert [v["verdict"] for v in claims["verdicts"]] == ["inconclusive"] * 4
+    assert [v["verdict"] for v in claims["verdicts"]] == ["inconclusive"] * 6
     assert "No complete run in the width experiment" in page
     assert "6 of 6 runs listed in study.json are left out" in page
     assert not (root / "report" / "figures").exists()

@@ -110,11 +110,11 @@ def test_claim_of_absent_experiment_is_inconclusive(shared_study):
     verdicts = evaluate_claims(run_summary(load_study(root)), WIDTH_DEPTH_CLAIMS)
     by_claim = {verdict.claim: verdict for verdict in verdicts}
 
-    deeper = by_claim["Deeper networks have higher gradient confusion"]
+    deeper = by_claim["Deeper networks have higher gradient confusion after training"]
     assert deeper.verdict == "inconclusive"
     assert deeper.n_runs == 0
     assert "0 run(s) at 0 distinct x value(s)" in deeper.reason
-    assert by_claim["Wider networks have lower gradient confusion"].verdict == "supported"
+    assert by_claim["Wider networks have lower gradient confusion after training"].verdict == "supported"
 
 
 def test_evaluate_claims_rejects_missing_experiment_column():

@@ -51,10 +51,30 @@ class TrendClaim:
 
 
 # A higher minimum cosine means less confusion, so "lower confusion" predicts a positive ρ.
-# A smaller mean training loss over epochs 1..E means faster training.
+# A smaller mean training loss over epochs 1..E means faster training. Confusion is judged
+# at initialization, where the theorems hold, and after training, where the experiments
+# report it; training progress differs between widths and depths there.
 WIDTH_DEPTH_CLAIMS = (
     TrendClaim(
-        claim="Wider networks have lower gradient confusion",
+        claim="Wider networks have lower gradient confusion at initialization",
+        experiment="width",
+        x="x",
+        y="init_min_cosine",
+        expected_sign=1,
+        x_label="width",
+        y_label="min cosine at epoch 0",
+    ),
+    TrendClaim(
+        claim="Deeper networks have higher gradient confusion at initialization",
+        experiment="depth",
+        x="x",
+        y="init_min_cosine",
+        expected_sign=-1,
+        x_label="depth",
+        y_label="min cosine at epoch 0",
+    ),
+    TrendClaim(
+        claim="Wider networks have lower gradient confusion after training",
         experiment="width",
         x="x",
         y="final_min_cosine",
@@ -63,7 +83,7 @@ WIDTH_DEPTH_CLAIMS = (
         y_label="final min cosine",
     ),
     TrendClaim(
-        claim="Deeper networks have higher gradient confusion",
+        claim="Deeper networks have higher gradient confusion after training",
         experiment="depth",
         x="x",
         y="final_min_cosine",

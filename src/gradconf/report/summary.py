@@ -36,6 +36,7 @@ SUMMARY_COLUMNS = (
     "final_min_cosine",
     "final_mean_cosine",
     "final_eta",
+    "init_min_cosine",
     "wall_seconds",
 )
 
@@ -105,7 +106,8 @@ def run_summary(
 
     ``train_loss_auc`` is ``train_loss_auc(epochs, train_loss)``; ``final_min_cosine``,
     ``final_mean_cosine`` and ``final_eta`` come from the last measured epoch of the chosen
-    measurement protocol (see ``select_measurement``). A diverged run gets NaN cosine
+    measurement protocol (see ``select_measurement``), ``init_min_cosine`` from epoch 0
+    (initialization, where the theory applies). A diverged run gets NaN final cosine
     columns and a ``train_loss_auc`` of +inf.
     """
     confusion = select_measurement(data.confusion, granularity, pairing)
@@ -118,6 +120,8 @@ def run_summary(
         measured = confusion_by_run.get(run.run_id, pd.DataFrame())
         last_metrics = _last_row(metrics)
         last_measured = _last_row(measured)
+        initial = measured[measured["epoch"] == 0] if not measured.empty else measured
+        init_measured = None if initial.empty else initial.iloc[0]
         diverged = run.status == "diverged"
         if diverged:
             last_measured = None
@@ -141,6 +145,7 @@ def run_summary(
                 "final_min_cosine": _value(last_measured, "min_cosine"),
                 "final_mean_cosine": _value(last_measured, "mean_cosine"),
                 "final_eta": _value(last_measured, "eta"),
+                "init_min_cosine": _value(init_measured, "min_cosine"),
                 "wall_seconds": float(wall) if wall is not None else math.nan,
             }
         )
