@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gradconf import __version__
+from gradconf.bench import cli as bench
 from gradconf.cli import measure, plot, report, reproduce, study, sweep
 
 __all__ = ["main"]
@@ -20,6 +21,7 @@ COMMANDS: dict[str, tuple[object, str]] = {
     "reproduce": (reproduce, "run the paper's reproduction experiments and their claims report"),
     "sweep": (sweep, "run or resume a sweep file, locally or on a Ray cluster"),
     "status": (sweep.StatusCommand, "show the done, failed and pending runs of a sweep"),
+    "bench": (bench, "time per-example Gram matrices against BackPACK, Opacus and torch.func"),
     "plot": (plot, "draw loss and gradient confusion of a monitor record"),
 }
 
