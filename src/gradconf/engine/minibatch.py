@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from gradconf.engine.result import Coverage, GramResult
+from gradconf.engine.result import GramResult
 from gradconf.engine.state import (
     BATCHNORM_TYPES,
     preserved_model_state,
     reject_empty_batch,
+    grams_from_gradients,
+    require_trainable,
     set_batchnorm_eval,
-    trainable_parameters,
 )
 
 __all__ = ["minibatch_gram"]
@@ -56,12 +57,7 @@ def minibatch_gram(
     """
     if len(batches) < 1:
         raise ValueError("received no mini-batches; pass at least one (inputs, targets) pair.")
-    trainable, frozen = trainable_parameters(model)
-    if not trainable:
-        raise ValueError(
-            "the model has no trainable parameters (all have requires_grad=False); there is "
-            "no gradient to measure. Unfreeze at least one parameter."
-        )
+    trainable, frozen = require_trainable(model)
     params = [param for _, param in trainable]
     rows: list[list[torch.Tensor | None]] = []
     with preserved_model_state(model):
@@ -76,38 +72,13 @@ def minibatch_gram(
                     "learning rate."
                 )
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            rows.append([None if grad is None else grad.detach().reshape(-1) for grad in grads])
+            rows.append(list(grads))
 
-    layer_grams: dict[str, torch.Tensor] = {}
-    unused: list[str] = []
-    for column, (name, param) in enumerate(trainable):
-        column_grads = [row[column] for row in rows]
-        if all(grad is None for grad in column_grads):
-            unused.append(name)
-            continue
-        flat = torch.stack(
-            [
-                grad if grad is not None else torch.zeros(param.numel(), device=param.device)
-                for grad in column_grads
-            ]
-        ).to(torch.float64)  # [M, P_k]
-        layer_grams[name] = (flat @ flat.T).cpu()  # [M, M]
-    if not layer_grams:
-        raise ValueError(
-            "no trainable parameter received a gradient from the loss; check that the loss "
-            "depends on the model's outputs."
-        )
-    gram = torch.stack(list(layer_grams.values())).sum(dim=0)
+    gram, layer_grams, coverage = grams_from_gradients(trainable, frozen, rows)
     return GramResult(
         gram=gram,
         layer_grams=layer_grams,
-        coverage=Coverage(
-            included=tuple(layer_grams),
-            frozen=tuple(frozen),
-            unused=tuple(unused),
-            included_numel=sum(p.numel() for n, p in trainable if n in layer_grams),
-            trainable_numel=sum(p.numel() for _, p in trainable),
-        ),
+        coverage=coverage,
         granularity="minibatch",
         loss_reduction="mean",
         batchnorm=batchnorm,

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradconf.engine.result import Coverage, GramResult, check_loss_reduction
+from gradconf.engine.result import GramResult, check_loss_reduction
 from gradconf.engine.state import (
     batchnorm_in_train_mode,
     preserved_model_state,
     reject_empty_batch,
+    grams_from_gradients,
+    require_trainable,
     set_batchnorm_eval,
-    trainable_parameters,
 )
 
 __all__ = ["EngineCheck", "check_engine", "loop_gram", "reference_gram"]
@@ -69,12 +70,7 @@ def loop_gram(
     check_loss_reduction(loss_reduction)
     batch_size = reject_empty_batch(inputs)
     scale = 1.0 / batch_size if loss_reduction == "mean" else 1.0
-    trainable, frozen = trainable_parameters(model)
-    if not trainable:
-        raise ValueError(
-            "the model has no trainable parameters (all have requires_grad=False); there is "
-            "no gradient to measure. Unfreeze at least one parameter."
-        )
+    trainable, frozen = require_trainable(model)
     params = [param for _, param in trainable]
     rows: list[list[torch.Tensor | None]] = []
     with preserved_model_state(model):
@@ -90,43 +86,16 @@ def loop_gram(
             grads = torch.autograd.grad(loss * scale, params, allow_unused=True)
             rows.append(list(grads))
 
-    layer_grams: dict[str, torch.Tensor] = {}
-    unused: list[str] = []
-    for column, (name, param) in enumerate(trainable):
-        per_example = [row[column] for row in rows]
-        if all(grad is None for grad in per_example):
-            unused.append(name)
-            continue
-        flat = torch.stack(
-            [
-                (grad if grad is not None else torch.zeros_like(param)).reshape(-1)
-                for grad in per_example
-            ]
-        ).to(torch.float64)  # [B, P_k]
-        layer_grams[name] = (flat @ flat.T).cpu()  # [B, B]
-    if not layer_grams:
-        raise ValueError(
-            "no trainable parameter received a gradient from the loss; check that the loss "
-            "depends on the model's outputs."
-        )
-    gram = torch.stack(list(layer_grams.values())).sum(dim=0)
-    included = tuple(layer_grams)
-    included_numel = sum(param.numel() for name, param in trainable if name in layer_grams)
+    gram, layer_grams, coverage = grams_from_gradients(trainable, frozen, rows)
     return GramResult(
         gram=gram,
         layer_grams=layer_grams,
-        coverage=Coverage(
-            included=included,
-            frozen=tuple(frozen),
-            unused=tuple(unused),
-            included_numel=included_numel,
-            trainable_numel=sum(param.numel() for _, param in trainable),
-        ),
+        coverage=coverage,
         granularity="example",
         loss_reduction=loss_reduction,
         batchnorm=batchnorm,
         engine="loop",
-        routes={name: "loop" for name in included},
+        routes={name: "loop" for name in layer_grams},
         batch_size=batch_size,
     )
 

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["BATCHNORM_TYPES", "preserved_model_state", "set_batchnorm_eval", "trainable_parameters"]
+__all__ = [
+    "BATCHNORM_TYPES",
+    "grams_from_gradients",
+    "preserved_model_state",
+    "require_trainable",
+    "set_batchnorm_eval",
+    "trainable_parameters",
+]
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -76,3 +83,58 @@ def reject_empty_batch(inputs: torch.Tensor) -> int:
             "along dimension 0. Pass a batch [B, ...] with B >= 1."
         )
     return int(inputs.shape[0])
+
+
+def require_trainable(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[str]]:
+    """Return ``trainable_parameters(model)``, raising ValueError when none is trainable."""
+    trainable, frozen = trainable_parameters(model)
+    if not trainable:
+        raise ValueError(
+            "the model has no trainable parameters (all have requires_grad=False); there is "
+            "no gradient to measure. Unfreeze at least one parameter."
+        )
+    return trainable, frozen
+
+
+def grams_from_gradients(
+    trainable: list[tuple[str, nn.Parameter]],
+    frozen: list[str],
+    rows: list[list[torch.Tensor | None]],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], "Coverage"]:
+    """Turn one gradient per row and parameter into per-parameter Grams: [M, P_k] -> [M, M].
+
+    ``rows[m][k]`` is gradient m of parameter k (None where autograd returned none). A
+    parameter that received no gradient in any row is reported as unused. Returns the total
+    Gram, the per-parameter Grams (float64, CPU) and the coverage.
+    """
+    from gradconf.engine.result import Coverage
+
+    layer_grams: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    for column, (name, param) in enumerate(trainable):
+        column_grads = [row[column] for row in rows]
+        if all(grad is None for grad in column_grads):
+            unused.append(name)
+            continue
+        flat = torch.stack(
+            [
+                torch.zeros(param.numel(), device=param.device) if grad is None
+                else grad.detach().reshape(-1)
+                for grad in column_grads
+            ]
+        ).to(torch.float64)  # [M, P_k]
+        layer_grams[name] = (flat @ flat.T).cpu()  # [M, M]
+    if not layer_grams:
+        raise ValueError(
+            "no trainable parameter received a gradient from the loss; check that the loss "
+            "depends on the model's outputs."
+        )
+    gram = torch.stack(list(layer_grams.values())).sum(dim=0)
+    coverage = Coverage(
+        included=tuple(layer_grams),
+        frozen=tuple(frozen),
+        unused=tuple(unused),
+        included_numel=sum(param.numel() for name, param in trainable if name in layer_grams),
+        trainable_numel=sum(param.numel() for _, param in trainable),
+    )
+    return gram, layer_grams, coverage
