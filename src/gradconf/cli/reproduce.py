@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true",
                         help="list the experiments and exit")
     parser.add_argument("--scale", choices=SCALES, default="quick",
-                        help="'quick' (minutes on a laptop) or 'paper' (the paper's settings); "
-                             "default: %(default)s")
+                        help="'quick' (all experiments sized to take under 45 minutes on 2 CPU "
+                             "cores) or 'paper' (the paper's settings where it states them, "
+                             "much longer); default: %(default)s")
     parser.add_argument("--out", type=Path, default=Path("results/reproduce"),
                         help="output directory (default: %(default)s); rerun to resume")
     parser.add_argument("--smoke", action="store_true",
