@@ -160,7 +160,6 @@ def test_all_rates_diverged_keeps_smallest(tiny_run_config, tmp_path):
     assert result.data.runs["status"].tolist() == ["diverged"]
 
 
-@pytest.mark.slow  # spawning two workers that import torch takes longer than the runs
 def test_parallel_jobs_match_serial_runs(tiny_run_config, tmp_path):
     config = tiny_run_config.replace(**{"data.max_train": 64, "train.epochs": 1})
     points = width_points(config, widths=(4,))

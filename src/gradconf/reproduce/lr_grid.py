@@ -272,6 +272,10 @@ def _execute(
     from gradconf.sweeps.execute import LocalExecutor
 
     pending = [run for run in planned if not _is_complete(run, out_dir)]
+    # Largest networks first (cost about width² × depth), so that no worker idles for long
+    # while the last, long run of the other finishes.
+    pending.sort(key=lambda run: run.config.model.width**2 * run.config.model.depth,
+                 reverse=True)
     counts = {"completed": 0, "diverged": 0, "skipped": len(planned) - len(pending)}
     failed: dict[str, str] = {}
     bar = None
