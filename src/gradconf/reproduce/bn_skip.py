@@ -283,6 +283,7 @@ def run(
     grid = points(resolved, data_root=data_root, device=device)
     result = run_grid(grid, resolved["lr_grid"], resolved["seeds"], out_dir, name=NAME,
                       progress=progress, jobs=1 if smoke else default_jobs(device))
+
     summary = run_summary(result.data)
     columns = ["run_id", "status", "seed", "final_train_loss", "final_test_accuracy",
                "init_min_cosine", "final_min_cosine", "final_eta"]
@@ -294,6 +295,7 @@ def run(
                 table_html(table[["variant", "depth β", *columns]])),
         Section("Settings", settings_html(resolved)),
     ]
+
     notes = [
         "Each claim uses the runs at the selected learning rate of its (variant, depth). The "
         "skip+BN claim is a test for the absence of a decrease, so few seeds make it easy to "

@@ -1,11 +1,12 @@
 """CNN-β-ℓ without batch norm or skips: gradient confusion and training speed vs depth and width.
 
 Sankararaman et al. (ICML 2020) train the Wide-ResNet layout CNN-β-ℓ (depth β, width factor
-ℓ) with batch norm and skip connections removed, and report that deeper networks have higher
-gradient confusion (a lower minimum cosine between mini-batch gradients) and train slower,
-while wider ones have lower confusion and train faster. ``DEPTH`` varies β at a fixed ℓ and
-``WIDTH`` varies ℓ at a fixed β. Every configuration is trained with each rate of a log grid
-and several seeds, and the rate with the lowest final training loss is kept (``lr_grid``).
+ℓ) with batch norm and skip connections removed. They report that deeper networks have
+higher gradient confusion (a lower minimum cosine between mini-batch gradients) and train
+slower, while wider ones have lower confusion and train faster. ``DEPTH`` varies β at a
+fixed ℓ and ``WIDTH`` varies ℓ at a fixed β. Every configuration is trained with each rate of
+a log grid and several seeds, and the rate with the lowest final training loss is kept
+(``lr_grid``).
 
 Scales:
 

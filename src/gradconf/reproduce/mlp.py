@@ -1,11 +1,11 @@
 """MLPs on MNIST: gradient confusion and training speed vs width and depth.
 
 The width/depth study of ``gradconf.runs.study`` (a width sweep at a fixed depth and a depth
-sweep at a fixed width) with the training protocol of the CNN experiments: every
+sweep at a fixed width), trained with the protocol of the CNN experiments. Every
 configuration is trained with each rate of a log grid and several seeds, and the rate with
 the lowest final training loss is kept (``lr_grid``). The claims are the study's
 (``gradconf.report.WIDTH_DEPTH_CLAIMS``): wider MLPs have lower confusion and train faster,
-deeper ones have higher confusion and train slower.
+while deeper ones have higher confusion and train slower.
 
 Scales:
 
@@ -59,8 +59,9 @@ _SCALES: dict[str, dict[str, Any]] = {
     "paper": {**PAPER_PROTOCOL, "dataset": "mnist", "augment": False,
               "widths": [16, 32, 64, 128, 256, 512], "base_depth": 4,
               "depths": [1, 2, 4, 8, 16], "base_width": 100},
-    # MLPs on the digits train in a few seconds, so the quick scale affords the paper's 100
-    # pairs and a third rate: every configuration selected 0.1 from (0.03, 0.1).
+    # MLPs on the digits train in a few seconds, so the quick scale measures the 100 pairs of
+    # PAPER_PROTOCOL and adds the rate 0.3, because every configuration selected 0.1 when the
+    # grid was (0.03, 0.1).
     "quick": {**QUICK_PROTOCOL, "widths": [8, 32, 128, 512], "base_depth": 2,
               "depths": [1, 2, 4, 8], "base_width": 64, "lr_grid": [0.03, 0.1, 0.3],
               "num_pairs": 100},
