@@ -7,13 +7,13 @@ pyplot, so it renders without a display and leaves no global figure state.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from gradconf.runs.io import write_bytes_atomic
 
 __all__ = ["plot_record"]
 
@@ -68,17 +68,4 @@ def plot_record(frame: pd.DataFrame, path: str | os.PathLike[str], *, title: str
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    return _write_bytes_atomic(Path(path), buffer.getvalue())
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(Path(path), buffer.getvalue())
