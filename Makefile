@@ -19,7 +19,6 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/gradconf study --out $(OUT)
-	@echo "Report: $(OUT)/report/index.html"
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
