@@ -61,7 +61,7 @@ def per_example_gram(
 ) -> GramResult:
     """Compute the Gram of per-example gradients: inputs [B, ...] -> gram [B, B].
 
-    ``loss_fn(outputs, targets)`` reduces over the batch as ``loss_reduction`` says ("mean"
+    ``loss_fn(outputs, targets)`` reduces over the batch as ``loss_reduction`` states ("mean"
     scales every inner product by 1/B², cosines are unchanged). ``engine`` is a key of
     ``ENGINES`` or "auto". The model is left as found: modes, ``.grad``, buffers and hooks.
     """

@@ -62,7 +62,7 @@ def loop_gram(
 ) -> GramResult:
     """Compute the per-example Gram by one autograd call per example: [B, ...] -> [B, B].
 
-    ``loss_fn(outputs, targets)`` must reduce as ``loss_reduction`` says; under "mean"
+    ``loss_fn(outputs, targets)`` must reduce as ``loss_reduction`` states. Under "mean"
     example i's gradient is ∇f_i / B, so every entry is 1/B² times ⟨∇f_i, ∇f_j⟩.
     ``batchnorm="eval"`` evaluates BatchNorm with running statistics. The model is left as
     found.

@@ -163,7 +163,7 @@ def _from_disjoint_minibatches(
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     config: MeasureConfig,
 ) -> Measurement:
-    """Compute K pairs one at a time, so memory holds two gradients, not 2K."""
+    """Compute K pairs one at a time, so memory keeps two gradients at a time, not 2K."""
     pair_grams: list[GramResult] = []
     for k in range(0, len(batches), 2):
         pair_grams.append(

@@ -14,8 +14,8 @@ Files of a complete run directory:
 - ``cosines.parquet``: the pairwise cosine samples of every measurement
 - ``complete.json``: status ("completed" or "diverged") and the config digest
 
-While a run is built, ``checkpoint.pt`` in the partial folder holds the training state after
-the last finished epoch; an interrupted run resumes from it and reproduces the
+While a run is built, ``checkpoint.pt`` in the partial folder contains the training state after
+the last finished epoch. An interrupted run resumes from it and reproduces the
 uninterrupted run exactly on the same device. It is removed when the run completes.
 """
 
@@ -123,7 +123,7 @@ def _manifest(config: RunConfig, device: torch.device, labels: dict[str, Any]) -
 
 
 def _check_existing(run_dir: Path, config: RunConfig) -> bool:
-    """Return True when ``run_dir`` holds this config's completed run; raise if it contains another config's run."""
+    """Return True when ``run_dir`` contains this config's completed run; raise if it contains another config's run."""
     if not (run_dir / COMPLETE_FILE).is_file():
         return False
     existing = json.loads((run_dir / COMPLETE_FILE).read_text())
